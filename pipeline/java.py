@@ -140,6 +140,17 @@ def start_jvm() -> None:
     except Exception as exc:  # the JVM reports boot failures as plain exceptions
         raise PipelineError(f"Java at {java_home} failed to start: {exc}") from exc
     _started = True
+    _quiet_java_logging()
+
+
+def _quiet_java_logging() -> None:
+    """Keep java.util.logging to warnings: Lucene announces its mmap implementation at INFO on stderr."""
+    from jnius import autoclass as _autoclass
+
+    level = _autoclass("java.util.logging.Level")
+    root = _autoclass("java.util.logging.LogManager").getLogManager().getLogger("")
+    if root is not None:
+        root.setLevel(level.WARNING)
 
 
 def autoclass(name: str):
@@ -168,6 +179,10 @@ def run_pyserini_module(argv: list[str]) -> None:
     # only needs some key to exist. This process runs nothing else, so it is set here only.
     os.environ.setdefault("OPENAI_API_KEY", "unused")
     start_jvm()
+    # Some Pyserini tools (trec_eval) launch `java` from PATH in a subprocess; put the same
+    # Java 21 first on PATH so they do not pick up an older system Java.
+    java_bin = os.path.join(os.environ["JAVA_HOME"], "bin")
+    os.environ["PATH"] = java_bin + os.pathsep + os.environ.get("PATH", "")
     sys.argv = list(argv)
     runpy.run_module(argv[0], run_name="__main__", alter_sys=True)
 

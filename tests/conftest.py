@@ -62,9 +62,11 @@ def cranfield(shared_data) -> str:
 
 
 # --- retrieval: Lucene indexes of the real collections (owner: retrieval helper) ------
+# Session-scoped so module/session fixtures can use them. A test that re-registers cacm or
+# cranfield with force=True deletes that index: call build_index(id) afterwards (reuse is instant).
 @pytest.fixture(scope="session")
 def cacm_index(cacm) -> Path:
-    """The Lucene index of ``cacm`` in the session's PIPELINE_HOME (built once, ~2 s)."""
+    """The Lucene index of ``cacm`` in the session's PIPELINE_HOME (built on first use, ~2 s)."""
     from pipeline.retrieval import build_index
 
     return build_index(cacm, threads=2)
