@@ -374,6 +374,7 @@ def _add_bench(sub) -> None:
     rr.add_argument("--depth", type=int, default=100, help="BM25 candidates per query (default 100)")
     rr.add_argument("--batch-size", type=int, default=32, help="pairs per forward pass, all scorers (default 32)")
     rr.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
+    rr.add_argument("--rounds", type=int, default=1, help="rounds of queries, scorers in rotating order (default 1)")
     rr.add_argument("--output", help="also write the figures as JSON to this file")
     rr.set_defaults(func=_cmd_bench_rerank)
     t = bsub.add_parser("train", help="training pairs/s: length-grouped dynamic padding vs fixed 512")
@@ -397,6 +398,7 @@ def _cmd_bench_rerank(args) -> int:
         depth=args.depth,
         batch_size=args.batch_size,
         threads=args.threads,
+        rounds=args.rounds,
         output=args.output,
     )
 
@@ -406,8 +408,8 @@ def _add_bench_train_args(t) -> None:
     t.add_argument("--model", help="T5 folder (default: init-model --size SIZE on the dataset's corpus, made if absent)")
     t.add_argument("--size", choices=["tiny", "small"], default="tiny", help="model made without --model (default tiny)")
     t.add_argument("--model-type", default="t5ranker", help="t5ranker (default) or t5-reranking-loss")
-    t.add_argument("--steps", type=int, default=6, help="timed optimizer steps per variant (default 6)")
-    t.add_argument("--batch-size", type=int, default=16, help="examples per optimizer step (default 16)")
+    t.add_argument("--steps", type=int, default=20, help="timed optimizer steps per variant (default 20)")
+    t.add_argument("--batch-size", type=int, default=8, help="examples per optimizer step (default 8)")
     t.add_argument("--grad-acc-size", type=int, default=8, help="examples per micro-batch (default 8)")
     t.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
     t.add_argument("--output", help="also write the figures as JSON to this file")

@@ -82,6 +82,8 @@ class TrainSettings:
     negatives: int = _opt(1, "negative passages per positive (seed and MS MARCO triples: 1)")
     # Candidate depth of the first stage at test time (valid_depth), used for the negatives too.
     negatives_depth: int = _opt(100, "qrels datasets: negatives are sampled from BM25 top-N minus relevant docs")
+    # HF Trainer's group_by_length sorts "mega-batches" of 50 batches by length (get_length_grouped_indices).
+    group_steps: int = _opt(50, "sort each pool of this many steps' examples by length into steps (HF: 50; 1 = off)")
     # Buffer large enough to mix neighbouring lines of a sorted triples file, small enough for RAM.
     shuffle_buffer: int = _opt(10_000, "docpairs datasets: size of the seeded shuffle buffer")
     # monoT5 / T5: Adafactor. (The seed used Adam, which is unstable for pretrained T5 at 1e-3.)
@@ -178,7 +180,7 @@ def check_settings(s: TrainSettings) -> None:
     for name in ("max_epoch", "batch_size", "batches_per_epoch", "grad_acc_size", "patience", "valid_depth"):
         if getattr(s, name) < 1:
             raise PipelineError(f"setting '{name}' must be >= 1, got {getattr(s, name)}")
-    for name in ("negatives", "negatives_depth", "shuffle_buffer"):
+    for name in ("negatives", "negatives_depth", "shuffle_buffer", "group_steps"):
         if getattr(s, name) < 1:
             raise PipelineError(f"setting '{name}' must be >= 1, got {getattr(s, name)}")
     for name in ("lr", "t5_lr", "weight_decay", "max_grad_norm", "warmup_steps", "valid_queries"):
