@@ -17,6 +17,12 @@ Example:
 from __future__ import annotations
 
 import importlib
+import os
+
+# MKL's small-matrix kernels give results that depend on the thread count; strict conditional
+# bitwise reproducibility makes 1 thread, 2 threads and 2 torchrun ranks write identical runs.
+# Set before torch loads (importing pipeline never imports torch itself).
+os.environ.setdefault("MKL_CBWR", "AUTO,STRICT")
 
 __version__ = "0.1.0"
 

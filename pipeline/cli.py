@@ -11,6 +11,7 @@ Example:
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 from pipeline.errors import PipelineError
@@ -67,7 +68,9 @@ def _print_datasets_table(rows, sources=True) -> None:
         table.append([str(c) for c in cells])
     widths = [max(len(r[i]) for r in table) for i in range(len(cols))]
     for r in table:
-        cells = [c.ljust(w) if col in ("id", "sources") else c.rjust(w) for col, c, w in zip(cols, r, widths, strict=True)]
+        cells = [
+            c.ljust(w) if col in ("id", "sources") else c.rjust(w) for col, c, w in zip(cols, r, widths, strict=True)
+        ]
         print("  ".join(cells).rstrip())
 
 
@@ -404,9 +407,15 @@ def _cmd_bench_rerank(args) -> int:
 
 
 def _add_bench_train_args(t) -> None:
-    t.add_argument("dataset", nargs="?", default="cranfield", help="registered dataset id with qrels (default cranfield)")
-    t.add_argument("--model", help="T5 folder (default: init-model --size SIZE on the dataset's corpus, made if absent)")
-    t.add_argument("--size", choices=["tiny", "small"], default="tiny", help="model made without --model (default tiny)")
+    t.add_argument(
+        "dataset", nargs="?", default="cranfield", help="registered dataset id with qrels (default cranfield)"
+    )
+    t.add_argument(
+        "--model", help="T5 folder (default: init-model --size SIZE on the dataset's corpus, made if absent)"
+    )
+    t.add_argument(
+        "--size", choices=["tiny", "small"], default="tiny", help="model made without --model (default tiny)"
+    )
     t.add_argument("--model-type", default="t5ranker", help="t5ranker (default) or t5-reranking-loss")
     t.add_argument("--steps", type=int, default=20, help="timed optimizer steps per variant (default 20)")
     t.add_argument("--batch-size", type=int, default=8, help="examples per optimizer step (default 8)")
@@ -459,11 +468,16 @@ def main(argv: list[str] | None = None) -> int:
 
     A :class:`PipelineError` is printed as one line on stderr (exit status 2).
     """
+    from pipeline import distributed
+
     args = build_parser().parse_args(argv)
+    if not distributed.is_main():
+        # Under torchrun only rank 0 reports results (paths, tables); errors still reach stderr.
+        sys.stdout = open(os.devnull, "w")  # noqa: SIM115
     try:
         return args.func(args) or 0
     except PipelineError as exc:
-        print(f"pipeline: error: {exc}", file=sys.stderr)
+        print(f"pipeline: error: {distributed.rank_prefix()}{exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("pipeline: interrupted", file=sys.stderr)

@@ -272,9 +272,11 @@ def token_id(tokenizer, token: str) -> int:
 
 
 def _pick_device(device=None):
+    from pipeline import distributed
+
     if device is not None:
         return torch.device(device)
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return distributed.device()  # cuda:LOCAL_RANK under torchrun (cuda:0 alone), else CPU
 
 
 # --- the models -------------------------------------------------------------------------
@@ -484,28 +486,49 @@ class Reranker(torch.nn.Module):
             return torch.autocast("cuda", dtype=torch.bfloat16)  # never fp16: T5 overflows
         return contextlib.nullcontext()
 
-    def _run_sequences(self, seqs: list[list[int]], batch_size: int, on_batch=None):
+    def _run_sequences(self, seqs: list[list[int]], batch_size: int, on_batch=None, shard: bool = False):
         """First-step score-token logits (float32, CPU) of every sequence, in input order.
 
         Sequences are sorted by length (longest first, so memory peaks at once) and
-        batched with padding to each batch's longest member.
+        batched with padding to each batch's longest member. With ``shard`` under torchrun
+        (a collective: every rank calls it with the same sequences) the batches are dealt
+        round-robin to the ranks and the logits all-gathered: every batch is the one a single
+        process would run, so every score is bit-for-bit the single-process score.
         """
+        from pipeline import distributed
+
         out = torch.empty((len(seqs), len(self.score_token_ids)), dtype=torch.float32)
         order = sorted(range(len(seqs)), key=lambda i: (-len(seqs[i]), i))
+        starts = list(range(0, len(order), batch_size))
+        sharded = shard and distributed.is_distributed()
+        if sharded:
+            starts = distributed.shard(starts)
         was_training = self.training
         self.eval()  # dropout off: scores must not depend on chance
         try:
             with torch.inference_mode(), self._autocast():
-                for start in range(0, len(order), batch_size):
+                for start in starts:
                     idx = order[start : start + batch_size]
                     ids, mask = self._padded([seqs[i] for i in idx])
                     logits = self.first_step_logits(ids, mask)
                     out[torch.as_tensor(idx)] = logits.float().cpu()
+                    self.batches_scored += 1
                     if on_batch is not None:
                         on_batch(idx)
         finally:
             self.train(was_training)
+        if sharded:
+            mine = [(start, out[torch.as_tensor(order[start : start + batch_size])]) for start in starts]
+            for rank, part in enumerate(distributed.all_gather(mine)):
+                for start, logits in part:
+                    idx = order[start : start + batch_size]
+                    out[torch.as_tensor(idx)] = logits
+                    if on_batch is not None and rank != distributed.rank():
+                        on_batch(idx)
         return out
+
+    # Batches of sequences this process has scored (per rank under torchrun).
+    batches_scored: int = 0
 
     def default_batch_size(self) -> int:
         return DEFAULT_BATCH_SIZE.get(self.device.type, DEFAULT_BATCH_SIZE["cpu"])
@@ -521,12 +544,14 @@ class Reranker(torch.nn.Module):
         return self.score_pairs([(query, t) for t in texts], batch_size=batch_size)
 
     def score_pairs(
-        self, pairs: Sequence[tuple[str, str]], batch_size: int | None = None, progress=None
+        self, pairs: Sequence[tuple[str, str]], batch_size: int | None = None, progress=None, shard: bool = False
     ) -> list[float]:
         """Score (query, text) pairs; each distinct query and text is tokenized once.
 
         A pair's score does not depend on the batch size or on the other pairs.
-        ``progress`` is an optional tqdm bar advanced by pairs done.
+        ``progress`` is an optional tqdm bar advanced by pairs done. ``shard=True`` under
+        torchrun splits the batches across the ranks (every rank must call it with the same
+        pairs) and returns all scores on every rank.
         """
         if not pairs:
             return []
@@ -562,7 +587,7 @@ class Reranker(torch.nn.Module):
                     done += remaining[owner[i]] == 0
                 progress.update(done)
 
-        logits = self._run_sequences(seqs, batch_size, on_batch)
+        logits = self._run_sequences(seqs, batch_size, on_batch, shard=shard)
         if len(seqs) == len(pairs):  # no long documents: one vectorised score rule
             return self.scores_from_logits(logits).tolist()
         scores: list[float] = []
@@ -873,12 +898,17 @@ def rerank(
     depth: int = 100,
     batch_size: int | None = None,
     progress: bool = True,
+    shard: bool | None = None,
 ) -> dict[str, dict[str, float]]:
     """Rescore each query's top ``depth`` candidates of ``run``; returns a new run dict.
 
     Candidates below ``depth`` are dropped. ``queries`` maps qid -> text, ``docs``
     docid -> passage text (a dict or ``pipeline.data.docs_text``'s mapping). A query
     or document without text is a PipelineError (count and first few ids).
+
+    Under torchrun (``shard`` None or True) this is a collective: every rank calls it with
+    the same arguments, scores its share of the batches, and gets the whole run back,
+    equal bit for bit to a single process's (see ``pipeline.distributed``).
 
     Example:
         >>> rerank(r, {"q1": {"d1": 3.0, "d2": 1.0}}, {"q1": "sorting"},
@@ -902,13 +932,17 @@ def rerank(
     empty = sorted(d for d, text in texts.items() if not str(text).strip())
     if empty:
         raise PipelineError(f"{len(empty)} run docids have empty text (first: {', '.join(empty[:5])})")
+    from pipeline import distributed
+
+    shard = distributed.is_distributed() if shard is None else shard
     total = sum(len(h) for h in candidates.values())
     result: dict[str, dict[str, float]] = {}
-    with _progress(total, progress) as bar:
+    with _progress(total, progress and distributed.is_main()) as bar:
         for block in _blocks(candidates, BLOCK_PAIRS):
             keys = [(qid, docid) for qid in block for docid in candidates[qid]]
             pairs = [(queries[qid], texts[docid]) for qid, docid in keys]
-            for (qid, docid), score in zip(keys, reranker.score_pairs(pairs, batch_size, progress=bar), strict=True):
+            scores = reranker.score_pairs(pairs, batch_size, progress=bar, shard=shard)
+            for (qid, docid), score in zip(keys, scores, strict=True):
                 result.setdefault(qid, {})[docid] = score
     return result
 
@@ -975,10 +1009,11 @@ def rerank_dataset(
         >>> rerank_dataset("cacm", "models/tiny", "runs/cacm/bm25.trec")  # doctest: +SKIP
         PosixPath('runs/cacm/bm25.tiny.trec')
     """
-    from pipeline import data
+    from pipeline import data, distributed
     from pipeline.paths import runs_dir
     from pipeline.runs import read_run, top_k, write_run
 
+    distributed.init()  # under torchrun: join the group, pin this rank's GPU before the model loads
     t_start = time.perf_counter()
     if depth < 1:
         raise PipelineError(f"depth must be positive, not {depth}")
@@ -995,7 +1030,9 @@ def rerank_dataset(
         reranker = load_reranker(model)
     t_model = time.perf_counter()
 
-    queries = data.queries(dataset_id)
+    with distributed.main_first():  # rank 0 builds the doc store on first use, the others reuse it
+        queries = data.queries(dataset_id)
+        docs_text = data.docs_text(dataset_id)
     missing_q = sorted(qid for qid in candidates if qid not in queries)
     if missing_q:
         raise PipelineError(
@@ -1003,7 +1040,7 @@ def rerank_dataset(
             f"(first: {', '.join(missing_q[:5])})"
         )
     all_ids = sorted({d for hits in candidates.values() for d in hits})
-    texts = _fetch_texts(data.docs_text(dataset_id), all_ids)
+    texts = _fetch_texts(docs_text, all_ids)
     absent = [d for d in all_ids if d not in texts]
     empty = [d for d in all_ids if d in texts and not str(texts[d]).strip()]
     bad = set(absent) | set(empty)
@@ -1033,15 +1070,18 @@ def rerank_dataset(
             "not_in_corpus": absent[:20],
             "empty_text": empty[:20],
         }
-        print(
-            f"pipeline rerank: skipped {len(bad)} docids ({n_pairs_bad} pairs) of {run_path}: {detail}",
-            file=sys.stderr,
-        )
+        if distributed.is_main():
+            print(
+                f"pipeline rerank: skipped {len(bad)} docids ({n_pairs_bad} pairs) of {run_path}: {detail}",
+                file=sys.stderr,
+            )
     t_data = time.perf_counter()
 
     n_pairs = sum(len(h) for h in candidates.values())
+    batches_before = reranker.batches_scored
     reranked = rerank(reranker, candidates, queries, texts, depth=depth, batch_size=batch_size, progress=progress)
     t_score = time.perf_counter()
+    batches_per_rank = distributed.all_gather(reranker.batches_scored - batches_before)
 
     name = f"{'_'.join(run_path.stem.split())}.{model_name(model_ref)}"
     out = Path(output) if output else runs_dir(dataset_id) / f"{name}.trec"
@@ -1066,8 +1106,11 @@ def rerank_dataset(
             "total": round(time.perf_counter() - t_start, 3),
         },
         "pairs_per_s": round(n_pairs / max(t_score - t_data, 1e-9), 2),
+        # torchrun: the processes that shared the scoring (1 without torchrun), batches each ran.
+        "world_size": distributed.world_size(),
+        "batches_per_rank": batches_per_rank,
     }
-    write_run(reranked, out, tag=name, metadata=metadata)
+    distributed.on_main(write_run, reranked, out, tag=name, metadata=metadata)  # one writer
     return out
 
 

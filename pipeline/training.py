@@ -26,6 +26,7 @@ Example:
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import random
@@ -316,15 +317,46 @@ def example_length(example, queries: dict[str, str], docs: dict[str, str]) -> in
     return len(queries[example.qid]) + max(len(docs[d]) for d in (example.positive, *example.negatives))
 
 
+@contextlib.contextmanager
+def _dropout_seed(seed: str | None, device):
+    """Seed dropout from ``seed`` for one micro-batch, leaving the global RNG state as it was.
+
+    A micro-batch then gets the same dropout mask whichever process runs it, so training with
+    N processes follows the one-process run (see pipeline.distributed). ``None``: no reseeding.
+    """
+    if seed is None:
+        yield
+        return
+    import torch
+
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+        torch.manual_seed(random.Random(seed).getrandbits(63))
+        yield
+
+
 def accumulate_gradients(
-    reranker, examples, queries: dict[str, str], docs: dict[str, str], micro_size: int, group_by_length: bool = True
+    reranker,
+    examples,
+    queries: dict[str, str],
+    docs: dict[str, str],
+    micro_size: int,
+    group_by_length: bool = True,
+    *,
+    loss_fn=None,
+    seed: str | None = None,
 ) -> float:
     """Forward and backward one optimizer step's ``examples`` in length-grouped micro-batches.
 
     Each micro-batch loss is a mean over its examples; weighted by its share of the step,
     the accumulated gradient (and the returned loss) is that of the whole step at once.
     Under bf16 autocast on CUDA. ``group_by_length=False`` keeps the examples' order (the
-    benchmark's fixed-padding baseline).
+    benchmark's fixed-padding baseline). ``seed`` seeds each micro-batch's dropout from
+    ``"<seed>:<micro-batch index>"``.
+
+    Under torchrun, with ``loss_fn`` the DistributedDataParallel wrapper of ``reranker.loss``
+    (:func:`pipeline.distributed.wrap_ddp`), every rank is given the same ``examples``, builds
+    the same micro-batches and runs every N-th of them; DDP averages the gradients (hence the
+    factor N in the weights), and the returned loss is the whole step's on every rank.
 
     Example:
         >>> loss = accumulate_gradients(reranker, examples, queries, docs, micro_size=8)  # doctest: +SKIP
@@ -333,38 +365,62 @@ def accumulate_gradients(
 
     import torch
 
+    from pipeline import distributed
     from pipeline.training_data import micro_batches
 
     cuda = reranker.device.type == "cuda"
     step_loss = 0.0
     key = (lambda e: example_length(e, queries, docs)) if group_by_length else (lambda e: 0)
-    for micro in micro_batches(examples, micro_size, key):
-        with torch.autocast("cuda", dtype=torch.bfloat16) if cuda else nullcontext():
-            loss = reranker.loss(
-                [queries[e.qid] for e in micro],
-                [docs[e.positive] for e in micro],
-                [[docs[d] for d in e.negatives] for e in micro],
-            )
-        weight = len(micro) / len(examples)
-        (loss * weight).backward()
+    micros = list(enumerate(micro_batches(examples, micro_size, key)))
+    sharded = loss_fn is not None and distributed.is_distributed()
+    mine = distributed.shard(micros) if sharded else micros
+    world = distributed.world_size() if sharded else 1
+    loss_fn = loss_fn or reranker.loss
+    for n, (i, micro) in enumerate(mine):
+        # DDP all-reduces the gradients once per step: after this rank's last micro-batch.
+        last = n == len(mine) - 1
+        sync = nullcontext() if last or not hasattr(loss_fn, "no_sync") else loss_fn.no_sync()
+        with sync, _dropout_seed(None if seed is None else f"{seed}:{i}", reranker.device):
+            with torch.autocast("cuda", dtype=torch.bfloat16) if cuda else nullcontext():
+                loss = loss_fn(
+                    [queries[e.qid] for e in micro],
+                    [docs[e.positive] for e in micro],
+                    [[docs[d] for d in e.negatives] for e in micro],
+                )
+            weight = len(micro) / len(examples)
+            (loss * (weight * world)).backward()  # DDP divides by world when it averages
         step_loss += loss.item() * weight
+    if sharded:
+        step_loss = distributed.all_reduce(step_loss)  # the whole step's loss, the same on every rank
     return step_loss
 
 
-def train_epoch(reranker, optimizer, scheduler, batches, texts: _Texts, settings: TrainSettings, epoch: int) -> dict:
-    """``batches_per_epoch`` optimizer steps; returns the epoch's mean loss, pairs, pairs/s, seconds."""
+def train_epoch(
+    reranker, optimizer, scheduler, batches, texts: _Texts, settings: TrainSettings, epoch: int, loss_fn=None
+) -> dict:
+    """``batches_per_epoch`` optimizer steps; returns the epoch's mean loss, pairs, pairs/s, seconds.
+
+    ``loss_fn``: the DistributedDataParallel wrapper of ``reranker.loss`` under torchrun (every
+    rank reads the same global step batches and runs its share of the micro-batches).
+    """
     import torch
     from tqdm import tqdm
+
+    from pipeline import distributed
 
     params = [p for p in reranker.parameters() if p.requires_grad]
     reranker.train()
     losses, pairs = [], 0
     start = time.perf_counter()
-    bar = tqdm(range(settings.batches_per_epoch), desc=f"epoch {epoch}", unit="step", disable=None, leave=False)
-    for _ in bar:
+    quiet = None if distributed.is_main() else True  # one progress bar: rank 0's
+    bar = tqdm(range(settings.batches_per_epoch), desc=f"epoch {epoch}", unit="step", disable=quiet, leave=False)
+    for step in bar:
         examples = next(batches)
         queries, docs = texts.fetch(examples)
-        step_loss = accumulate_gradients(reranker, examples, queries, docs, settings.grad_acc_size)
+        seed = f"{settings.seed}:{epoch}:{step}"  # dropout seeds: independent of which rank runs what
+        step_loss = accumulate_gradients(
+            reranker, examples, queries, docs, settings.grad_acc_size, loss_fn=loss_fn, seed=seed
+        )
         if not math.isfinite(step_loss):
             raise PipelineError(f"epoch {epoch}: the training loss is {step_loss}; lower t5_lr or check the data")
         if settings.max_grad_norm > 0:
@@ -426,12 +482,20 @@ def train(
         >>> reranker, best = train("cranfield/train", "cranfield/valid", "t5ranker",  # doctest: +SKIP
         ...                        "models/t5-tiny", "models/cran-t5ranker")
     """
-    from pipeline import data, rerankers
+    from pipeline import data, distributed, rerankers
     from pipeline.training_data import example_source, length_grouped_batches
 
     # 1. Check every input; nothing is written before this block ends.
+    distributed.init()  # under torchrun: join the group, pin this rank's GPU
     settings = settings or TrainSettings()
     check_settings(settings)
+    world = distributed.world_size()
+    if settings.micro_batches % world:
+        raise PipelineError(
+            f"{settings.micro_batches} micro-batches per step (batch_size {settings.batch_size} / grad_acc_size "
+            f"{settings.grad_acc_size}) cannot be shared by {world} processes: make batch_size / grad_acc_size "
+            f"a multiple of {world}"
+        )
     model_type = rerankers.canonical_model_type(model_type)
     output = Path(output)
     train_ds = data.load(train_dataset)
@@ -474,32 +538,37 @@ def train(
     if resuming:  # finish a swap of last/ that an interruption cut short (our own files only)
         from pipeline import trainstate
 
-        trainstate.recover(output / "last")
+        distributed.barrier()  # every rank has read the folder's status
+        distributed.on_main(trainstate.recover, output / "last")
     start_from = str(output / "last" / "model") if resuming else base_model
     reranker = _load_reranker(model_type, start_from, settings)
-    source = example_source(train_dataset, settings.negatives, settings.negatives_depth, settings.shuffle_buffer)
-    validation.prepare()
-    texts = _Texts(train_dataset)
+    # Rank 0 first: it may build the Lucene index and the doc store the others then reuse. Every
+    # rank has read the output folder's status before rank 0 leaves this block and writes.
+    with distributed.main_first():
+        source = example_source(train_dataset, settings.negatives, settings.negatives_depth, settings.shuffle_buffer)
+        validation.prepare()
+        texts = _Texts(train_dataset)
 
     # 2. Set up the output folder.
     from pipeline import trainstate
 
-    if overwrite:
-        _clear(output)
-    output.mkdir(parents=True, exist_ok=True)
-    trainstate.recover(output / "last")
-    trainstate.recover(output / "best")
-    write_json({**identity, "versions": package_versions(), "git_commit": git_commit()}, output / SETTINGS_FILE)
+    def set_up_output():
+        if overwrite:
+            _clear(output)
+        output.mkdir(parents=True, exist_ok=True)
+        trainstate.recover(output / "last")
+        trainstate.recover(output / "best")
+        write_json({**identity, "versions": package_versions(), "git_commit": git_commit()}, output / SETTINGS_FILE)
 
-    import torch
-
-    reranker.to(torch.device("cuda" if torch.cuda.is_available() else "cpu"))
+    distributed.on_main(set_up_output)  # one writer; the other ranks wait
+    reranker.to(distributed.device())  # cuda:LOCAL_RANK under torchrun
     seed_everything(settings.seed)
     optimizer = build_optimizer(reranker, settings)
     scheduler = build_scheduler(optimizer, settings)
     if resuming:
         state = trainstate.load_state(output / "last", optimizer, scheduler)
-        print(f"{output}: resuming after epoch {state['epoch']}", file=sys.stderr)
+        if distributed.is_main():
+            print(f"{output}: resuming after epoch {state['epoch']}", file=sys.stderr)
     else:
         start = time.perf_counter()
         untrained = validation.score(reranker)
@@ -516,15 +585,19 @@ def train(
         texts.lengths,
         settings.seed,
         start_step=state["position"] // settings.batch_size,
-    )
-    write_log(state["log"], output / LOG_FILE)
+    )  # every rank: the same global step batches
+    distributed.on_main(write_log, state["log"], output / LOG_FILE)
+    loss_fn = distributed.wrap_ddp(reranker, method="loss")  # plain reranker.loss without torchrun
 
     # 3. The epochs.
     title = f"{model_type} on {train_dataset}, validated on {valid_dataset}"
     while not state["finished"]:
         epoch = state["epoch"] + 1
         started = time.perf_counter()
-        record = {"epoch": epoch, **train_epoch(reranker, optimizer, scheduler, step_batches, texts, settings, epoch)}
+        record = {
+            "epoch": epoch,
+            **train_epoch(reranker, optimizer, scheduler, step_batches, texts, settings, epoch, loss_fn),
+        }
         valid_start = time.perf_counter()
         score = validation.score(reranker)
         record[VALID_KEY] = score
@@ -545,19 +618,25 @@ def train(
             state["stop_reason"] = f"no improvement for {stale} epoch(s) (patience {settings.patience})"
         elif epoch >= settings.max_epoch:
             state["stop_reason"] = f"max_epoch {settings.max_epoch} reached"
-        if improved:
-            trainstate.save_model(reranker, output / "best", {"epoch": epoch, VALID_KEY: score, **identity})
-        trainstate.save_state(output / "last", reranker, optimizer, scheduler, state)
-        write_log(state["log"], output / LOG_FILE)
-        write_plot(state["log"], output / PLOT_FILE, title)
-        print(
-            f"epoch {epoch}: loss {record['train_loss']:.4f}, {VALID_KEY} {score:.4f}"
-            f"{' (best)' if improved else ''}, {record['pairs_per_s']:.1f} pairs/s, {record['seconds']:.1f} s",
-            file=sys.stderr,
-        )
+        # Every rank computed the same score (sharded validation, gathered); rank 0's decision rules.
+        state["finished"] = distributed.agree(state["finished"])
+
+        def save_epoch(improved=improved, epoch=epoch, score=score, record=record):
+            if improved:
+                trainstate.save_model(reranker, output / "best", {"epoch": epoch, VALID_KEY: score, **identity})
+            trainstate.save_state(output / "last", reranker, optimizer, scheduler, state)
+            write_log(state["log"], output / LOG_FILE)
+            write_plot(state["log"], output / PLOT_FILE, title)
+            print(
+                f"epoch {epoch}: loss {record['train_loss']:.4f}, {VALID_KEY} {score:.4f}"
+                f"{' (best)' if improved else ''}, {record['pairs_per_s']:.1f} pairs/s, {record['seconds']:.1f} s",
+                file=sys.stderr,
+            )
+
+        distributed.on_main(save_epoch)  # one writer; the others wait until the epoch is saved
         if on_epoch_end is not None:
             on_epoch_end(record)
-    if state.get("stop_reason"):
+    if state.get("stop_reason") and distributed.is_main():
         print(f"stopped: {state['stop_reason']}; best epoch {state['best_epoch']}", file=sys.stderr)
 
     # 4. The best checkpoint.
