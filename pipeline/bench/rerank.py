@@ -109,10 +109,9 @@ def _pad(tokenizer, seqs: list[list[int]], width: int | None):
     return batch["input_ids"], batch["attention_mask"]
 
 
-def seed_style_scores(
-    t5, tokenizer, pairs, prompt, true_id: int, false_id: int, batch_size: int, shapes: list | None = None
-) -> list[float]:
-    """(b) Inputs padded to 512, ``generate(max_new_tokens=1, output_scores=True)``, batches in rank order."""
+def _first_step_scores(t5, tokenizer, pairs, prompt, true_id, false_id, batch_size, shapes, width, first_step_logits):
+    """log P(true) per pair, batches in rank order padded to ``width`` (None: the longest);
+    ``first_step_logits(ids, mask)`` is the scorer's own first decoder step."""
     import torch
 
     scores: list[float] = []
@@ -120,21 +119,32 @@ def seed_style_scores(
     with torch.no_grad():
         for start in range(0, len(pairs), batch_size):
             seqs = reference_inputs(tokenizer, pairs[start : start + batch_size], prompt)
-            ids, mask = _pad(tokenizer, seqs, MAX_LENGTH)
-            out = t5.generate(
-                input_ids=ids,
-                attention_mask=mask,
-                max_new_tokens=1,
-                do_sample=False,
-                num_beams=1,
-                output_scores=True,
-                return_dict_in_generate=True,
-            )
-            logits = out.scores[0][:, [true_id, false_id]]
+            ids, mask = _pad(tokenizer, seqs, width)
+            logits = first_step_logits(ids, mask)[:, [true_id, false_id]]
             scores += torch.log_softmax(logits.float(), dim=-1)[:, 0].tolist()
             if shapes is not None:
                 shapes.append(tuple(ids.shape))
     return scores
+
+
+def seed_style_scores(
+    t5, tokenizer, pairs, prompt, true_id: int, false_id: int, batch_size: int, shapes: list | None = None
+) -> list[float]:
+    """(b) Inputs padded to 512, ``generate(max_new_tokens=1, output_scores=True)``, batches in rank order."""
+
+    def step(ids, mask):
+        out = t5.generate(
+            input_ids=ids,
+            attention_mask=mask,
+            max_new_tokens=1,
+            do_sample=False,
+            num_beams=1,
+            output_scores=True,
+            return_dict_in_generate=True,
+        )
+        return out.scores[0]
+
+    return _first_step_scores(t5, tokenizer, pairs, prompt, true_id, false_id, batch_size, shapes, MAX_LENGTH, step)
 
 
 def reference_scores(
@@ -143,19 +153,11 @@ def reference_scores(
     """(c) pygaggle / pyterrier_t5: rank order, ``padding='longest'``, one forward step, full logits."""
     import torch
 
-    scores: list[float] = []
-    t5.eval()
-    with torch.no_grad():
-        for start in range(0, len(pairs), batch_size):
-            seqs = reference_inputs(tokenizer, pairs[start : start + batch_size], prompt)
-            ids, mask = _pad(tokenizer, seqs, None)
-            start_ids = torch.full((ids.shape[0], 1), t5.config.decoder_start_token_id, dtype=torch.long)
-            logits = t5(input_ids=ids, attention_mask=mask, decoder_input_ids=start_ids).logits
-            logits = logits[:, 0, [true_id, false_id]]
-            scores += torch.log_softmax(logits.float(), dim=-1)[:, 0].tolist()
-            if shapes is not None:
-                shapes.append(tuple(ids.shape))
-    return scores
+    def step(ids, mask):
+        start_ids = torch.full((ids.shape[0], 1), t5.config.decoder_start_token_id, dtype=torch.long)
+        return t5(input_ids=ids, attention_mask=mask, decoder_input_ids=start_ids).logits[:, 0]
+
+    return _first_step_scores(t5, tokenizer, pairs, prompt, true_id, false_id, batch_size, shapes, None, step)
 
 
 # --- the benchmark ------------------------------------------------------------------------
