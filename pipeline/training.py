@@ -38,7 +38,7 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.errors import PipelineError
-from pipeline.runs import atomic_path, git_commit, package_versions, sorted_hits, write_json
+from pipeline.runs import atomic_path, git_commit, package_versions, write_json
 from pipeline.trainconfig import TrainSettings, check_settings
 
 SETTINGS_FILE = "train_settings.json"
@@ -119,22 +119,18 @@ def build_scheduler(optimizer, settings: TrainSettings):
 
 # --- validation -----------------------------------------------------------------------
 def mrr_at_100(qrels: dict[str, dict[str, int]], run: dict[str, dict[str, float]]) -> float:
-    """MRR@100 by ranx over the judged queries (a query missing from the run scores 0).
+    """MRR@100 by ranx over the judged queries, computed exactly as ``pipeline evaluate`` does.
 
-    Ties are broken by doc id (ascending), as everywhere in this package: ranx sees
-    rank-derived scores.
+    Same query set (a judged query missing from the run scores 0) and same tie-breaking
+    (doc id ascending), because it goes through :func:`pipeline.evaluation.compare_runs`.
 
     Example:
         >>> mrr_at_100({"q": {"b": 1}}, {"q": {"a": 0.5, "b": 0.5}})
         0.5
     """
-    from ranx import Qrels, Run, evaluate
+    from pipeline.evaluation import compare_runs
 
-    ranked = {}
-    for qid in qrels:
-        hits = sorted_hits(run.get(qid, {}))[:100]
-        ranked[qid] = {d: float(len(hits) - i) for i, (d, _) in enumerate(hits)}
-    return float(evaluate(Qrels.from_dict(qrels), Run.from_dict(ranked), METRIC, make_comparable=True))
+    return float(compare_runs(qrels, {"valid": run}, [METRIC]).means["valid"][METRIC])
 
 
 class Validation:
